@@ -41,3 +41,15 @@ def test_notebook_is_in_toc_and_cites_its_post(md: Path):
     assert re.search(rf"file:\s*{re.escape(entry)}\s*$", toc, re.M), f"{entry} is not listed in _toc.yml"
     head = md.read_text(encoding="utf-8")[:4000]
     assert re.search(r"kexue\.fm/archives/\d+", head), "the header must link the original post"
+
+
+@pytest.mark.parametrize("md", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_first_cell_installs_kexue_lib_in_colab(md: Path):
+    """The Colab install line points at the repository and branch set once in _config.yml."""
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    want = f"kexue-book @ git+{repo['url'].rstrip('/')}@{repo['branch']}"
+    first = next(c for c in jupytext.read(md).cells if c.cell_type == "code")
+    assert '"google.colab" in sys.modules' in first.source and want in first.source, \
+        f"the first code cell must install {want!r} in Colab (copy the setup cell of templates/post.md)"
