@@ -36,6 +36,10 @@ RUN_ENV = {
     "PYTHONHASHSEED": "0",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # silences a debugpy warning on stderr in kernels
+    # One thread per kernel: stored outputs do not depend on the core count (reductions split
+    # differently), and parallel runs (pytest-xdist, several syncs) do not oversubscribe.
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
 
 
