@@ -114,14 +114,15 @@ def cmd_book(args: list[str]) -> None:
     build = ROOT / "_build"
     key_file = build / ".kexue_lib-digest"
     key = library_digest() + "-widgets=html"
-    if key_file.exists() and key_file.read_text().strip() != key:
-        print("kexue_lib changed: clearing the execution cache", flush=True)
+    if not key_file.exists() or key_file.read_text().strip() != key:
+        if (build / ".jupyter_cache").exists():
+            print("kexue_lib changed: clearing the execution cache", flush=True)
         shutil.rmtree(build / ".jupyter_cache", ignore_errors=True)
+    build.mkdir(exist_ok=True)
+    key_file.write_text(key + "\n")   # what the cache is about to be filled with
     # In the built book no kernel runs: widgets become client-side sliders over precomputed frames.
     sh(BIN / "jupyter-book", "build", ROOT, "--warningiserror", "--nitpick", "--keep-going", *args,
        env={"KEXUE_WIDGETS": "html"})
-    build.mkdir(exist_ok=True)
-    key_file.write_text(key + "\n")
     print(f"\nThe book is at {build / 'html' / 'index.html'}")
 
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["STYLE", "PALETTE", "use_style", "new_figure", "figure_png"]
 
-#: Colour cycle: colour-blind-safe (Okabe-Ito), in the order curves are usually added.
+#: The colour cycle, colour-blind-safe (Okabe-Ito), in the order curves are usually added.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
 #: The book's rcParams. Sized to read at page width (about 8 inches) without zooming.

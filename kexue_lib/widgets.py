@@ -208,8 +208,8 @@ def interact(draw: Callable[..., str | None], *controls: Control,
         Adds axes to ``fig`` for the given control values; may return a one-line readout.
     controls : Slider or Choice
         One per keyword argument of ``draw``; names must be distinct.
-    figsize : (width, height) in inches, optional
-        Defaults to the book's figure size.
+    figsize : tuple of float, optional
+        Figure size ``(width, height)`` in inches; defaults to the book's figure size.
     mode : ``"live"``, ``"static"`` or ``"html"``, optional
         Overrides ``KEXUE_WIDGETS``.
     """

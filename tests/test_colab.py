@@ -34,7 +34,9 @@ def test_exported_notebook_installs_kexue_lib_and_runs(tmp_path):
     pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "nbclient>=0.9", "ipykernel>=6.25", "nbformat"], check=True)
     probe = "import importlib.util as u; print(u.find_spec('kexue_lib') is None, u.find_spec('torch') is None)"
-    assert subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True).stdout.split() == ["True", "True"]
+    # Run from tmp_path: from the checkout, `python -c` would find kexue_lib on sys.path[0].
+    assert subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=tmp_path).stdout.split() == ["True", "True"]
 
     ipython_dir = tmp_path / "ipython"
     (ipython_dir / "profile_default" / "startup").mkdir(parents=True)
@@ -53,9 +55,10 @@ def test_exported_notebook_installs_kexue_lib_and_runs(tmp_path):
         f"NotebookClient(nb, timeout=600, kernel_name='python3', resources={{'metadata': {{'path': {str(tmp_path)!r}}}}}).execute()\n"
         "print('ran', sum(c.cell_type == 'code' for c in nb.cells), 'code cells')\n"
     )
-    out = subprocess.run([str(py), "-c", run], env=env, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run([str(py), "-c", run], env=env, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ran" in out.stdout
     # kexue_lib now lives in the fresh environment, installed by the notebook's first cell.
-    assert subprocess.run([str(py), "-c", "import kexue_lib; print(kexue_lib.__file__)"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run([str(py), "-c", "import kexue_lib; print(kexue_lib.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert where.startswith(str(env_dir)), where
