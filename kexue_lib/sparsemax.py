@@ -7,7 +7,10 @@ Derived in P01 (kexue.fm/archives/10145). Every map here has the form
 a softmax ``exp(x - lam)`` whose exponential is replaced by the truncated power
 ``relu(1 + beta * x) ** (1 / beta)``. The normaliser ``lam`` (the *threshold*) is found by
 
-* a sort and a cumulative sum for ``alpha = 2`` (sparsemax) and ``alpha = 1.5`` (closed form);
+* exactly for ``alpha = 2`` (sparsemax) and ``alpha = 1.5``, from the closed-form threshold of
+  a candidate support, without sorting: candidates above a lower bound on ``lam`` shrink until
+  they are consistent (Michelot's method; Newton steps for 1.5), with a sort and a cumulative
+  sum as the fallback for rows that do not settle;
 * a safeguarded Newton iteration (bisection fallback) for any other ``alpha > 1``.
 
 All functions reduce over ``dim`` (any dimension, any batch shape), take device and dtype
@@ -103,12 +106,155 @@ def _sorted_threshold(x: torch.Tensor, dim: int, kernel) -> tuple[torch.Tensor, 
     return lam.reshape(shape).movedim(-1, dim), support.reshape(shape).movedim(-1, dim)
 
 
+#: Most iterations of the sort-free support search before the remaining rows are sorted.
+SUPPORT_ITERS = 24
+
+
+class _Rows:
+    """Per-row sums over candidate entries ``z > tau``: the full rows, or a compact list.
+
+    Dense form: ``z`` (R, n). Compact form (when few entries can be in any support): the
+    values ``vals`` (m,) of the entries above the starting ``tau`` with their row indices
+    ``rows`` (m,); every other entry stays below ``tau`` (which only rises), so it never counts.
+    """
+
+    def __init__(self, z: torch.Tensor, tau: torch.Tensor):
+        self.R, self.n = z.shape
+        self.inf = torch.tensor(float("inf"), dtype=z.dtype, device=z.device)
+        self.compact, self.first = False, None
+        zmin = z.amin(-1, keepdim=True)
+        if bool((zmin > tau).all()):               # every entry is a candidate (dense supports)
+            self.z, self.first = z, (tau, None, zmin)
+            return
+        on = z > tau
+        self.compact = 4 * int(torch.count_nonzero(on)) <= z.numel()   # one host sync
+        if self.compact:
+            flat = on.reshape(-1).nonzero().squeeze(-1)
+            self.vals, self.rows = z.reshape(-1)[flat], flat // self.n
+        else:
+            self.z, self.first = z, (tau, on, None)   # the first moments() call reuses ``on``
+
+    def _sum(self, v: torch.Tensor) -> torch.Tensor:
+        if self.compact:
+            return v.new_zeros(self.R).index_add_(0, self.rows, v).unsqueeze(-1)
+        return v.sum(-1, keepdim=True)
+
+    def _values(self, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.vals, tau.squeeze(-1)[self.rows]) if self.compact else (self.z, tau)
+
+    def moments(self, tau: torch.Tensor, squares: bool):
+        """Count, sum, sum of squares (or None) and min of the entries ``z > tau``, each (R, 1)."""
+        v, t = self._values(tau)
+        first, self.first = self.first, None
+        if first is not None and first[0] is tau and first[1] is None:   # all entries: no masks
+            k = torch.full_like(first[2], float(self.n))
+            return k, v.sum(-1, keepdim=True), (v * v).sum(-1, keepdim=True) if squares else None, first[2]
+        on = first[1] if first is not None and first[0] is tau else v > t
+        zon = torch.where(on, v, 0.0)
+        masked = torch.where(on, v, self.inf)
+        if self.compact:
+            zmin = torch.full((self.R,), float("inf"), dtype=v.dtype, device=v.device)
+            zmin = zmin.scatter_reduce_(0, self.rows, masked, "amin").unsqueeze(-1)
+        else:
+            zmin = masked.amin(-1, keepdim=True)
+        szz = self._sum(zon * zon) if squares else None
+        return self._sum(on.to(v.dtype)), self._sum(zon), szz, zmin
+
+    def relu_sums(self, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum relu(z - tau)`` and ``sum relu(z - tau)^2``, each (R, 1)."""
+        v, t = self._values(tau)
+        r = (v - t).clamp_min(0)
+        return self._sum(r), self._sum(r * r)
+
+
+def _support_search(z: torch.Tensor, tau: torch.Tensor, entmax15: bool):
+    """Sort-free exact threshold on rows ``z`` (R, n) with ``max z = 0``, from ``tau <= lam``.
+
+    Each iteration takes the candidate support ``S = {z > tau}`` (a superset of the true one
+    while ``tau`` is below the root) and the closed-form threshold of ``S``: ``(sum_S z - 1)/k``
+    (sparsemax) or ``mu_S - sqrt(1/k - var_S)`` (entmax-1.5, on the ``z = x/2`` scale). That
+    candidate is the exact threshold iff every entry of ``S`` is at or above it (then the map
+    restricted to ``S`` sums to one and nothing outside ``S`` is positive). Otherwise:
+
+    * sparsemax: the candidate is still a lower bound, and iterating is Michelot's method
+      (``S`` shrinks every step, so it ends in at most ``n`` steps; typically 2-4);
+    * entmax-1.5: the candidate overshoots, so ``tau`` takes a Newton step on the convex,
+      decreasing ``||relu(z - tau)||_2 - 1`` instead, which stays below the root.
+
+    Dense supports finish in one iteration (``S`` = everything is already right). When few
+    entries lie above the starting ``tau`` (sparse supports), they are gathered once into a
+    compact list and the iterations run on that list only. Each iteration is a few elementwise
+    passes, against ``O(n log n)`` for a sort. Returns the shifted threshold (R, 1) and a
+    boolean mask of rows solved exactly (R,); rows still open after ``SUPPORT_ITERS``
+    iterations are left to the sort-based path.
+    """
+    rows = _Rows(z, tau)
+    done = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    for _ in range(SUPPORT_ITERS):
+        k, sz, szz, zmin = rows.moments(tau, squares=entmax15)
+        if entmax15:
+            mu = sz / k
+            var = szz / k - mu * mu
+            cand = mu - (1 / k - var).clamp_min(0).sqrt()
+            ok = (zmin >= cand) & (var <= 1 / k)
+        else:
+            cand = (sz - 1) / k
+            ok = zmin >= cand
+        done |= ok.squeeze(-1)
+        if bool(done.all()):                       # one host sync per iteration
+            return torch.where(ok, cand, tau), done
+        if entmax15:                               # Newton on ||r||_2 - 1 from the left
+            s1, s2 = rows.relu_sums(tau)
+            tau = torch.where(ok, cand, tau + (s2 - s2.sqrt()) / s1)
+        else:
+            tau = cand
+    return tau, done
+
+
+def _threshold(x: torch.Tensor, dim: int, entmax15: bool):
+    """Shifted threshold and row max: ``lam = lam_shift + top`` (entmax-1.5: on the x/2 scale).
+
+    Returns ``(lam_shift, top, z)`` with ``z = (x - max) * scale`` moved to the last dimension
+    and flattened to rows (R, n); ``lam_shift`` is (R, 1) on the scale of ``z``.
+    """
+    n = x.shape[dim]
+    x2 = x.movedim(dim, -1).reshape(-1, n)
+    top = x2.amax(-1, keepdim=True)
+    z = x2 - top
+    if entmax15:
+        z.mul_(0.5)
+        top = top * 0.5
+    tau0 = torch.full_like(top, -1.0)              # lam >= -1: the top entry alone gives p = 1
+    lam, done = _support_search(z, tau0, entmax15)
+    if not bool(done.all()):
+        todo = (~done).nonzero().squeeze(-1)
+        kernel = _entmax15_kernel if entmax15 else _sparsemax_kernel
+        rest, _ = _sorted_threshold(z[todo] * (2.0 if entmax15 else 1.0), -1, kernel)
+        lam[todo] = rest
+    return lam, top, z
+
+
+def _lam_support(x: torch.Tensor, dim: int, entmax15: bool):
+    """Threshold (on the scale of the API) and support size, shaped like ``x`` with 1 at dim."""
+    lam, top, z = _threshold(x, dim, entmax15)
+    support = (z > lam).sum(-1, keepdim=True)
+    shape = x.movedim(dim, -1).shape[:-1] + (1,)
+    return (lam + top).reshape(shape).movedim(-1, dim), support.reshape(shape).movedim(-1, dim)
+
+
+def _map_forward(x: torch.Tensor, dim: int, entmax15: bool) -> torch.Tensor:
+    """relu(z - lam) (sparsemax) or relu(z - lam) (entmax-1.5, r = sqrt(p)), shaped like x."""
+    lam, _, z = _threshold(x, dim, entmax15)
+    r = (z - lam).clamp_min_(0)                    # from the shifted z: no cancellation at large x
+    return r.reshape(x.movedim(dim, -1).shape).movedim(-1, dim)
+
+
 def _sparsemax_lam(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return _sorted_threshold(x, dim, _sparsemax_kernel)
+    return _lam_support(x, dim, entmax15=False)
 
 
 def _entmax15_lam(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return _sorted_threshold(x, dim, _entmax15_kernel)
+    return _lam_support(x, dim, entmax15=True)
 
 
 def sparsemax_threshold(x: torch.Tensor, *, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,8 +275,7 @@ def sparsemax_threshold(x: torch.Tensor, *, dim: int = -1) -> tuple[torch.Tensor
 class _SparsemaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim):
-        lam, _ = _sparsemax_lam(x, dim)
-        p = (x - lam).clamp_min_(0)
+        p = _map_forward(x, dim, entmax15=False)
         ctx.dim = dim
         ctx.save_for_backward(p)
         return p
@@ -138,10 +283,11 @@ class _SparsemaxFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (p,) = ctx.saved_tensors
-        on = (p > 0).to(g.dtype)                   # J = diag(on) - on on^T / |on|
-        g_on = g * on
-        mean = g_on.sum(ctx.dim, keepdim=True) / on.sum(ctx.dim, keepdim=True)
-        return g_on - on * mean, None
+        on = p > 0                                 # J = diag(on) - on on^T / |on|
+        g_on = torch.where(on, g, 0.0)
+        k = torch.count_nonzero(on, dim=ctx.dim).unsqueeze(ctx.dim)
+        mean = g_on.sum(ctx.dim, keepdim=True) / k
+        return torch.where(on, g_on - mean, 0.0), None
 
 
 def sparsemax(x: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
@@ -176,8 +322,7 @@ def entmax15_threshold(x: torch.Tensor, *, dim: int = -1) -> tuple[torch.Tensor,
 class _Entmax15Fn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim):
-        lam, _ = _entmax15_lam(x, dim)
-        r = (x * 0.5 - lam).clamp_min_(0)          # r = sqrt(p)
+        r = _map_forward(x, dim, entmax15=True)    # r = sqrt(p)
         ctx.dim = dim
         ctx.save_for_backward(r)
         return r * r
@@ -235,19 +380,27 @@ def _entmax_newton(x: torch.Tensor, beta: float, dim: int, n_iter: int, tol: flo
     it = 0
     for it in range(1, n_iter + 1):
         r = (z - lam).clamp_min_(0)
-        if q > 1:
+        # total = sum r^q, slope = sum r^(q-1) > 0 (the top entry stays > 0), psi = total^(1/q);
+        # fused reductions where possible (each a single read of r)
+        if q == 2:                                 # alpha = 1.5: no powers at all
+            psi = torch.linalg.vector_norm(r, ord=2, dim=dim, keepdim=True)
+            total, slope = psi * psi, r.sum(dim, keepdim=True)
+        elif q > 1:
             rq1 = r.pow(q - 1)
+            total = (rq1 * r).sum(dim, keepdim=True)
+            slope = rq1.sum(dim, keepdim=True)
+            psi = total.pow(1.0 / q)
         elif q == 1:
-            rq1 = (r > 0).to(z.dtype)
+            psi = total = r.sum(dim, keepdim=True)
+            slope = torch.count_nonzero(r, dim=dim).unsqueeze(dim).to(z.dtype)
         else:
             rq1 = torch.where(r > 0, r.pow(q - 1), torch.zeros_like(r))
-        total = (rq1 * r).sum(dim, keepdim=True)   # sum r^q
-        slope = rq1.sum(dim, keepdim=True)         # sum r^(q-1) > 0 (the top entry stays > 0)
+            total = (rq1 * r).sum(dim, keepdim=True)
+            slope = rq1.sum(dim, keepdim=True)
         f = total - 1
         lo = torch.where(f >= 0, lam, lo)
         hi = torch.where(f <= 0, lam, hi)
-        if q >= 1:
-            psi = total.pow(1.0 / q)               # psi' = -psi^(1-q) sum r^(q-1)
+        if q >= 1:                                 # psi' = -psi^(1-q) sum r^(q-1)
             newton = lam + (psi - 1) / (psi.pow(1.0 - q) * slope)
             ok = (newton >= lo) & (newton <= hi)
             done = ok & ((newton - lam).abs() <= tol)

@@ -105,6 +105,7 @@ def test_integer_rounded_logits_many_ties():
 def test_partial_sort_rounds(monkeypatch, f, alpha):
     """Force several top-k rounds (k = 2, 16, full) on rows with mixed support sizes."""
     monkeypatch.setattr(sm, "TOPK_START", 2)
+    monkeypatch.setattr(sm, "SUPPORT_ITERS", 0)     # skip the sort-free search: sort every row
     g = torch.Generator().manual_seed(5)
     scales = torch.tensor([10.0, 0.01, 1.0, 0.1] * 10, dtype=torch.float64).unsqueeze(1)
     x = torch.randn(40, 300, generator=g, dtype=torch.float64) * scales
@@ -113,6 +114,43 @@ def test_partial_sort_rounds(monkeypatch, f, alpha):
     x2 = torch.randn(40, 300, generator=g, dtype=torch.float64) * 10
     x2[3] *= 1e-3
     torch.testing.assert_close(f(x2), t64(ref_entmax(x2.numpy(), alpha)), rtol=0, atol=1e-12)
+    # every support smaller than the first k: one top-k round settles all rows
+    x3 = torch.randn(10, 300, generator=g, dtype=torch.float64) * 100
+    torch.testing.assert_close(f(x3), t64(ref_entmax(x3.numpy(), alpha)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3])
+@pytest.mark.parametrize("f, alpha", [(sparsemax, 2.0), (entmax15, 1.5)])
+def test_sort_free_search_with_sorted_fallback(monkeypatch, f, alpha, iters):
+    """Few iterations of the sort-free search: unsettled rows go to the sorted path."""
+    monkeypatch.setattr(sm, "SUPPORT_ITERS", iters)
+    g = torch.Generator().manual_seed(6)
+    scales = torch.tensor([3.0, 0.01, 1.0, 0.3, 10.0] * 8, dtype=torch.float64).unsqueeze(1)
+    for n in (50, 400):                             # dense search (many candidates) and compact
+        x = torch.randn(40, n, generator=g, dtype=torch.float64) * scales
+        torch.testing.assert_close(f(x), t64(ref_entmax(x.numpy(), alpha)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("f, alpha", [(sparsemax, 2.0), (entmax15, 1.5)])
+def test_sort_free_search_settles_without_sorting(monkeypatch, f, alpha):
+    """On dense, sparse and moderate rows the exact support is found without any sort."""
+    def no_sort(*args, **kwargs):
+        raise AssertionError("sorted fallback used")
+
+    monkeypatch.setattr(sm, "_sorted_threshold", no_sort)
+    g = torch.Generator().manual_seed(8)
+    for scale in (1e-5, 0.1, 1.0, 10.0):
+        x = torch.randn(64, 500, generator=g, dtype=torch.float64) * scale
+        torch.testing.assert_close(f(x), t64(ref_entmax(x.numpy(), alpha)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("f", [sparsemax, entmax15])
+def test_float32_large_logits_keep_precision(f):
+    """Outputs are computed from max-shifted logits: no cancellation at |x| ~ 1e3 in float32."""
+    g = torch.Generator().manual_seed(9)
+    x = (torch.randn(16, 300, generator=g, dtype=torch.float64) * 10 + 1000.0).float()
+    ref = t64(ref_entmax(x.double().numpy(), 2.0 if f is sparsemax else 1.5))
+    assert (f(x).double() - ref).abs().max().item() < 1e-6
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2, -1, -2])
