@@ -96,3 +96,155 @@ def test_validation_errors():
         apply_rope(torch.randn(3, 4), positions=torch.zeros(3, 1))
     with pytest.raises(ValueError, match="x"):
         apply_rope(torch.full((3, 4), float("nan")))
+
+
+# ---------------------------------------------------------------------------------------------
+# P35: frequencies, rotation matrices, broadcast rotation, the biased score and the profile f(r)
+# ---------------------------------------------------------------------------------------------
+from kexue_lib.positions import (  # noqa: E402
+    rope_bias_terms,
+    rope_distance_profile,
+    rope_frequencies,
+    rope_matrix,
+    rope_rotate,
+    rope_score,
+)
+
+
+def test_frequencies_closed_form_and_dtype():
+    th = rope_frequencies(8, base=100.0)
+    ref = torch.tensor([100.0 ** (-2 * i / 8) for i in range(4)], dtype=F64)
+    torch.testing.assert_close(th, ref, rtol=1e-15, atol=0)
+    assert rope_frequencies(6, dtype=torch.float32).dtype == torch.float32
+    assert float(rope_frequencies(128)[0]) == 1.0
+
+
+@pytest.mark.parametrize("base", [10000.0, 50.0])
+def test_rope_matrix_matches_brute_force_and_apply_rope(base):
+    pos = torch.tensor([0.0, 1.0, -3.5, 250.0], dtype=F64)
+    mats = rope_matrix(pos, 10, base=base)
+    assert mats.shape == (4, 10, 10)
+    for j, m in enumerate(pos.tolist()):
+        torch.testing.assert_close(mats[j], _rotation_matrix(m, 10, base), rtol=0, atol=1e-13)
+    x = torch.randn(3, 6, 10, generator=torch.Generator().manual_seed(2), dtype=F64)
+    ref = torch.einsum("nij,bnj->bni", rope_matrix(torch.arange(6), 10, base=base), x)
+    torch.testing.assert_close(apply_rope(x, base=base), ref, rtol=0, atol=1e-13)
+    # a Python number gives a single matrix
+    torch.testing.assert_close(rope_matrix(2.0, 4, base=base), _rotation_matrix(2.0, 4, base), rtol=0, atol=1e-14)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(-500, 500), n=st.integers(-500, 500), half=st.integers(1, 12))
+def test_relative_rotation_identity(m, n, half):
+    d = 2 * half
+    rm, rn, rr = rope_matrix(float(m), d), rope_matrix(float(n), d), rope_matrix(float(n - m), d)
+    torch.testing.assert_close(rm.T @ rn, rr, rtol=0, atol=1e-12)
+    torch.testing.assert_close(rm.T @ rm, torch.eye(d, dtype=F64), rtol=0, atol=1e-13)
+
+
+def test_rope_rotate_broadcasts_and_matches_matrix():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, generator=g, dtype=F64)
+    pos = torch.arange(-5, 20)
+    got = rope_rotate(x, pos)                                   # one vector, many positions
+    ref = rope_matrix(pos, 8) @ x
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
+    xs = torch.randn(2, 25, 8, generator=g, dtype=F64)          # agrees with apply_rope row-wise
+    torch.testing.assert_close(rope_rotate(xs, torch.arange(25)), apply_rope(xs), rtol=0, atol=1e-13)
+    torch.testing.assert_close(rope_rotate(xs, 0), xs, rtol=0, atol=0)
+    y = rope_rotate(xs.float(), 7.0)
+    assert y.dtype == torch.float32 and y.shape == xs.shape
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(-300, 300), n=st.integers(-300, 300))
+def test_score_is_rotated_dot_product_and_depends_on_difference(seed, m, n):
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 16, generator=g, dtype=F64)
+    ref = (rope_matrix(float(m), 16) @ q) @ (rope_matrix(float(n), 16) @ k)
+    torch.testing.assert_close(rope_score(q, k, m, n), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rope_score(q, k, m + 17, n + 17), ref, rtol=1e-11, atol=1e-11)
+
+
+def test_bias_terms_brute_force_and_sum():
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(5, 12, generator=g, dtype=F64), torch.randn(5, 12, generator=g, dtype=F64)
+    a, b = torch.randn(12, generator=g, dtype=F64), torch.randn(12, generator=g, dtype=F64)
+    r = torch.tensor([0, 1, 7, -30, 1000])
+    terms = rope_bias_terms(q, k, a, b, r)
+    assert terms.shape == (5, 4)
+    R = rope_matrix(r, 12)                                     # (5, 12, 12)
+    Rk, Rb = torch.einsum("nij,nj->ni", R, k), torch.einsum("nij,j->ni", R, b)
+    ref = torch.stack([(q * Rk).sum(-1), (a * Rk).sum(-1), (q * Rb).sum(-1), (a * Rb).sum(-1)], -1)
+    torch.testing.assert_close(terms, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(terms.sum(-1), rope_score(q + a, k + b, 0, r), rtol=0, atol=1e-12)
+    # broadcasting a fixed (q, k) pair over many distances
+    many = rope_bias_terms(q[0], k[0], a, b, torch.arange(40))
+    assert many.shape == (40, 4)
+    torch.testing.assert_close(many[7], rope_bias_terms(q[0], k[0], a, b, 7), rtol=0, atol=1e-13)
+
+
+def test_distance_profile_reference_values_and_sandwich_identity():
+    # f(r) = sum_{i<64} cos(r * 10000^(-2i/128)), values quoted (2 decimals) in the brief of P35
+    r = torch.tensor([0, 1, 10, 100, 200, 500, 1000, 2000, 4000])
+    ref = torch.tensor([64, 62.09, 42.82, 30.54, 19.56, 19.10, 10.18, 1.86, 0.53], dtype=F64)
+    torch.testing.assert_close(rope_distance_profile(r, 128), ref, rtol=0, atol=6e-3)
+    # Sandwich: a = b = [sqrt(lam), 0, sqrt(lam), 0, ...] gives lam * f(r)
+    lam = 0.37
+    a = torch.zeros(128, dtype=F64)
+    a[0::2] = math.sqrt(lam)
+    via_rotation = (a * rope_rotate(a, r)).sum(-1)
+    torch.testing.assert_close(via_rotation, lam * rope_distance_profile(r, 128), rtol=1e-13, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), half=st.integers(1, 16))
+def test_profile_with_pair_norm_weights_equals_self_score(seed, half):
+    d = 2 * half
+    a = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    r = torch.linspace(-300, 300, 31, dtype=F64)
+    w = a[0::2] ** 2 + a[1::2] ** 2
+    prof = rope_distance_profile(r, d, weights=w)
+    torch.testing.assert_close(prof, (a * rope_rotate(a, r)).sum(-1), rtol=1e-11, atol=1e-11)
+    assert bool((prof <= prof[15] + 1e-12).all())            # a positive cosine sum peaks at r = 0
+    assert rope_distance_profile(r.float(), d, weights=w.float()).dtype == torch.float32
+
+
+def test_p35_validation_errors():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="d"):
+        rope_frequencies(5)
+    with pytest.raises(ValueError, match="d"):
+        rope_frequencies(0)
+    with pytest.raises(TypeError, match="d"):
+        rope_frequencies(4.0)
+    with pytest.raises(ValueError, match="base"):
+        rope_frequencies(4, base=0.5)
+    with pytest.raises(TypeError, match="dtype"):
+        rope_frequencies(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match="even"):
+        rope_rotate(torch.randn(3, 5), 1.0)
+    with pytest.raises(TypeError, match="x"):
+        rope_rotate([1.0, 2.0], 1.0)
+    with pytest.raises(ValueError, match="positions"):
+        rope_rotate(x, torch.arange(5))
+    with pytest.raises(ValueError, match="positions"):
+        rope_rotate(x, float("nan"))
+    with pytest.raises(TypeError, match="positions"):
+        rope_rotate(x, "3")
+    with pytest.raises(ValueError, match="positions"):
+        rope_matrix(torch.tensor([float("inf")]), 4)
+    with pytest.raises(ValueError, match="same last dimension"):
+        rope_score(x, torch.randn(3, 6), 0, 1)
+    with pytest.raises(TypeError, match="m"):
+        rope_score(x, x, "0", 1)
+    with pytest.raises(ValueError, match="b"):
+        rope_bias_terms(x, x, torch.randn(4), torch.randn(6), 1)
+    with pytest.raises(ValueError, match="a"):
+        rope_bias_terms(x, x, torch.full((4,), float("nan")), torch.randn(4), 1)
+    with pytest.raises(TypeError, match="r"):
+        rope_distance_profile([1.0], 4)
+    with pytest.raises(ValueError, match="weights"):
+        rope_distance_profile(torch.arange(3), 8, weights=torch.ones(3))
+    with pytest.raises(ValueError, match="weights"):
+        rope_distance_profile(torch.arange(3), 8, weights=torch.ones(2, 2))
