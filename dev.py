@@ -4,6 +4,8 @@
     python3 dev.py test [PYTEST ARGS]   run kexue_lib's tests and every notebook (pytest --nbval)
     python3 dev.py book                 build the HTML book into _build/html (warnings are errors)
     python3 dev.py sync [NOTEBOOK.md]   write each notebook's paired .ipynb and store its outputs
+    python3 dev.py bench [ARGS]         benchmarks/run.py: kexue_lib's kernels against their peers
+                                        (install the peers first: .venv/bin/pip install -e '.[bench]')
     python3 dev.py env                  only create/refresh the environment
 
 Examples: ``python3 dev.py test book/part1-probability/squareplus.ipynb`` runs one notebook;
@@ -116,7 +118,8 @@ def cmd_book(args: list[str]) -> None:
     key = library_digest() + "-widgets=html"
     if not key_file.exists() or key_file.read_text().strip() != key:
         if (build / ".jupyter_cache").exists():
-            print("kexue_lib changed: clearing the execution cache", flush=True)
+            print("kexue_lib changed: clearing the execution cache, rebuilding every page", flush=True)
+            args = ["--all", *args]   # else Sphinx keeps the pages of notebooks whose .md did not change
         shutil.rmtree(build / ".jupyter_cache", ignore_errors=True)
     build.mkdir(exist_ok=True)
     key_file.write_text(key + "\n")   # what the cache is about to be filled with
@@ -132,12 +135,21 @@ def cmd_sync(args: list[str]) -> None:
     sh(PY, ROOT / "tools" / "sync_notebooks.py", *targets)
 
 
+def cmd_bench(args: list[str]) -> None:
+    """benchmarks/run.py on every core (RUN_ENV's one-thread setting is for notebooks only)."""
+    ensure_env()
+    cmd = [str(PY), str(ROOT / "benchmarks" / "run.py"), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
 def _is_notebook(path: Path) -> bool:
     return "kernelspec:" in path.read_text(encoding="utf-8")[:3000]
 
 
 def main() -> None:
-    commands = {"test": cmd_test, "book": cmd_book, "sync": cmd_sync, "env": lambda a: ensure_env()}
+    commands = {"test": cmd_test, "book": cmd_book, "sync": cmd_sync, "bench": cmd_bench,
+                "env": lambda a: ensure_env()}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     try:

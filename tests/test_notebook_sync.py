@@ -41,6 +41,10 @@ def test_notebook_is_in_toc_and_cites_its_post(md: Path):
     assert re.search(rf"file:\s*{re.escape(entry)}\s*$", toc, re.M), f"{entry} is not listed in _toc.yml"
     head = md.read_text(encoding="utf-8")[:4000]
     assert re.search(r"kexue\.fm/archives/\d+", head), "the header must link the original post"
+    intro = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    link = md.relative_to(ROOT / "book").with_suffix("").as_posix()
+    assert f"<{link}>`" in intro, \
+        f"the front page does not link {link}: run python3 tools/front_page_contents.py <syllabus README>"
 
 
 @pytest.mark.parametrize("md", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
