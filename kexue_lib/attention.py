@@ -31,6 +31,7 @@ from ._checks import check_int, check_real, check_tensor
 __all__ = [
     "MASK_KINDS",
     "FEATURE_MAPS",
+    "resolve_feature_map",
     "make_mask",
     "mixed_direction_masks",
     "reachability",
@@ -50,9 +51,21 @@ def _elu1(x: torch.Tensor) -> torch.Tensor:
 #: Named positive feature maps for :func:`linear_attention`.
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "elu1": _elu1,
+    "relu": torch.relu,
     "softplus": F.softplus,
     "exp": torch.exp,
 }
+
+
+def resolve_feature_map(feature_map: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The feature map ``phi`` named by ``feature_map`` (a key of ``FEATURE_MAPS``) or the callable itself."""
+    if isinstance(feature_map, str):
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"feature_map must be one of {tuple(FEATURE_MAPS)} or a callable, got {feature_map!r}")
+        return FEATURE_MAPS[feature_map]
+    if callable(feature_map):
+        return feature_map
+    raise TypeError(f"feature_map must be a str or a callable, got {type(feature_map).__name__}")
 
 
 # ----------------------------------------------------------------------------- masks
@@ -269,14 +282,7 @@ def linear_attention(
     """
     q, k = _check_qk(q, k)
     v = _check_v(v, k)
-    if isinstance(feature_map, str):
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {tuple(FEATURE_MAPS)} or a callable, got {feature_map!r}")
-        phi = FEATURE_MAPS[feature_map]
-    elif callable(feature_map):
-        phi = feature_map
-    else:
-        raise TypeError(f"feature_map must be a str or a callable, got {type(feature_map).__name__}")
+    phi = resolve_feature_map(feature_map)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     if causal and q.shape[-2] != k.shape[-2]:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ._checks import check_dim, check_int, check_real, check_tensor
+from .attention import FEATURE_MAPS, resolve_feature_map  # the shared feature maps of linear attention (P04)
 from .sparsity import s_star
 
 __all__ = [
@@ -287,11 +288,6 @@ KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 #: Named non-negative feature maps for :func:`linear_attention_rows`.
-FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "elu1": lambda x: torch.nn.functional.elu(x) + 1,
-    "relu": torch.relu,
-    "softplus": torch.nn.functional.softplus,
-}
 
 
 def _check_qk(q: object, k: object) -> None:
@@ -335,14 +331,7 @@ def linear_attention_rows(q: torch.Tensor, k: torch.Tensor,
     ``(..., m, n)``. Derived in P25 (the row whose sparsity :func:`S_linear` predicts).
     """
     _check_qk(q, k)
-    if isinstance(feature_map, str):
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {tuple(FEATURE_MAPS)} or a callable, got {feature_map!r}")
-        phi = FEATURE_MAPS[feature_map]
-    elif callable(feature_map):
-        phi = feature_map
-    else:
-        raise TypeError(f"feature_map must be a str or a callable, got {type(feature_map).__name__}")
+    phi = resolve_feature_map(feature_map)
     fq, fk = phi(q), phi(k)
     if bool((fq < 0).any()) or bool((fk < 0).any()):
         raise ValueError("feature_map must return non-negative features")
@@ -374,14 +363,7 @@ def gaussian_feature_moments(mu: torch.Tensor, sigma: float,
     check_tensor(mu, "mu", min_ndim=1)
     sigma = check_real(sigma, "sigma", gt=0)
     nodes = check_int(nodes, "nodes", ge=2, le=200)
-    if isinstance(feature_map, str):
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {tuple(FEATURE_MAPS)} or a callable, got {feature_map!r}")
-        phi = FEATURE_MAPS[feature_map]
-    elif callable(feature_map):
-        phi = feature_map
-    else:
-        raise TypeError(f"feature_map must be a str or a callable, got {type(feature_map).__name__}")
+    phi = resolve_feature_map(feature_map)
     wd = _work_dtype(mu)
     m = mu.to(wd)
     if feature_map in ("relu", "elu1"):

@@ -210,7 +210,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="no allowed key"):
         at.softmax_attention(q, q, q, mask=torch.zeros(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="feature_map must be one of"):
-        at.linear_attention(q, q, q, feature_map="relu")
+        at.linear_attention(q, q, q, feature_map="gelu")
     with pytest.raises(TypeError, match="feature_map must be a str or a callable"):
         at.linear_attention(q, q, q, feature_map=3)
     with pytest.raises(TypeError, match="causal must be a bool"):
