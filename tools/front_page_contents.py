@@ -1,4 +1,4 @@
-"""Print the front page's list of posts (book/intro.md, section "Contents"), part by part.
+"""Write the front page's list of posts (book/intro.md, section "Contents"), part by part.
 
 Usage: python3 tools/front_page_contents.py SYLLABUS_README
 rewrites the list between the markers in book/intro.md. A post links to its chapter when a
