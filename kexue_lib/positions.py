@@ -12,8 +12,15 @@ rotation matrix ``R_m`` itself, the rotation of vectors by arbitrary (broadcast)
 the RoPE score ``(R_m q)^T (R_n k) = q^T R_{n-m} k``, its four-term decomposition when a query
 bias ``a`` and a key bias ``b`` are added, and the distance profile
 ``f(r) = sum_i w_i cos(r theta_i)`` (the Sandwich bias when all ``w_i`` are equal).
+
+P27 adds the training-free length-extrapolation tools: the number of turns each frequency makes
+over the training length, position interpolation, the NTK-aware base, YaRN's ramp and logit
+temperature, the ``log n`` scale, and Leaky ReRoPE / ReRoPE scores built both directly from a
+modified relative-position matrix and in the two-pass form used in practice.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -27,6 +34,15 @@ __all__ = [
     "rope_score",
     "rope_bias_terms",
     "rope_distance_profile",
+    "rope_turns",
+    "ntk_base",
+    "yarn_ramp",
+    "scaled_rope_frequencies",
+    "yarn_logit_scale",
+    "logn_scale",
+    "leaky_rerope_positions",
+    "rope_relative_scores",
+    "leaky_rerope_scores",
 ]
 
 
@@ -366,3 +382,378 @@ def rope_distance_profile(
         w = weights.to(device=r.device, dtype=pos.dtype)
     out = (torch.cos(pos[..., None] * inv_freq) * w).sum(-1)
     return out if weights is None else out.to(weights.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# P27: training-free length extrapolation
+# ---------------------------------------------------------------------------------------------
+def rope_turns(
+    d: int,
+    *,
+    train_length: float,
+    base: float = 10000.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    r"""Turns :math:`r_i = L_{train}\theta_i/(2\pi)` made by each RoPE frequency during training.
+
+    A pair whose point :math:`e^{\mathrm i r\theta_i}` circled the unit circle many times
+    (:math:`r_i` large) has seen every angle; one with :math:`r_i<1` has seen only an arc.
+    Derived in P27.
+
+    Parameters
+    ----------
+    d
+        The (even) head dimension.
+    train_length
+        The training length :math:`L_{train}`, ``> 0``.
+    base
+        The RoPE base, ``> 1``.
+    device, dtype
+        Where and in which floating dtype to create the result.
+
+    Returns
+    -------
+    ``torch.Tensor`` of shape ``(d // 2,)``.
+    """
+    length = check_real(train_length, "train_length", gt=0.0)
+    return rope_frequencies(d, base=base, device=device, dtype=dtype) * (length / (2 * math.pi))
+
+
+def ntk_base(d: int, *, scale: float, base: float = 10000.0) -> float:
+    r"""The NTK-aware RoPE base :math:`\mathrm{base}\cdot\kappa` with :math:`\kappa = s^{d/(d-2)}`.
+
+    Chosen so that the lowest frequency (``i = d/2 - 1``) is divided by exactly the scale
+    :math:`s = L_{test}/L_{train}` (interpolated) while :math:`\theta_0 = 1` is untouched
+    (extrapolated): :math:`(\mathrm{base}\,\kappa)^{-(d-2)/d} = s^{-1}\mathrm{base}^{-(d-2)/d}`.
+    Derived in P27 (Reddit NTK-aware scaled RoPE; P34 discusses other variants).
+
+    Parameters
+    ----------
+    d
+        The (even) head dimension, ``>= 4``.
+    scale
+        The extension factor :math:`s = L_{test}/L_{train}`, ``> 0``.
+    base
+        The original RoPE base, ``> 1``.
+
+    Returns
+    -------
+    float
+        The new base.
+    """
+    d = check_int(d, "d", ge=4)
+    if d % 2:
+        raise ValueError(f"d must be even for RoPE, got {d}")
+    s = check_real(scale, "scale", gt=0.0)
+    base = check_real(base, "base", gt=1.0)
+    return base * s ** (d / (d - 2))
+
+
+def yarn_ramp(
+    d: int,
+    *,
+    train_length: float,
+    base: float = 10000.0,
+    tau: float = 32.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    r"""YaRN's ramp :math:`\gamma_i`: 1 keeps frequency ``i``, 0 interpolates it fully.
+
+    With the turn counts :math:`r_i` of ``rope_turns``,
+
+    .. math::
+
+        \gamma_i = \begin{cases}1 & r_i > \tau\\ 0 & r_i < 1\\ (r_i-1)/(\tau-1) & \text{otherwise}
+        \end{cases} = \mathrm{clip}\Big(\frac{r_i-1}{\tau-1}, 0, 1\Big).
+
+    The YaRN paper's Llama defaults are :math:`\alpha=1`, :math:`\beta=\tau=32`. Derived in P27.
+
+    Parameters
+    ----------
+    d
+        The (even) head dimension.
+    train_length
+        The training length, ``> 0``.
+    base
+        The RoPE base, ``> 1``.
+    tau
+        The turn threshold above which a frequency is left alone, ``> 1``.
+    device, dtype
+        Where and in which floating dtype to create the result.
+
+    Returns
+    -------
+    ``torch.Tensor`` of shape ``(d // 2,)`` with values in ``[0, 1]``.
+    """
+    tau = check_real(tau, "tau", gt=1.0)
+    r = rope_turns(d, train_length=train_length, base=base, device=device, dtype=dtype)
+    return ((r - 1) / (tau - 1)).clamp(0.0, 1.0)
+
+
+_METHODS = ("none", "pi", "ntk", "yarn")
+
+
+def scaled_rope_frequencies(
+    d: int,
+    *,
+    method: str,
+    scale: float,
+    base: float = 10000.0,
+    train_length: float | None = None,
+    tau: float = 32.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    r"""RoPE frequencies rescaled for a context :math:`s = L_{test}/L_{train}` times longer.
+
+    - ``"none"``: :math:`\theta_i` unchanged (direct extrapolation).
+    - ``"pi"`` (position interpolation): :math:`\theta_i/s`, i.e. every position times :math:`1/s`.
+    - ``"ntk"``: :math:`\theta_i` with the base replaced by ``ntk_base(d, scale=s)``.
+    - ``"yarn"``: :math:`\theta_i^{new}=[\gamma_i+(1-\gamma_i)/s]\,\theta_i` with the ramp of
+      ``yarn_ramp`` (needs ``train_length``).
+
+    Derived in P27.
+
+    Parameters
+    ----------
+    d
+        The (even) head dimension.
+    method
+        One of ``"none"``, ``"pi"``, ``"ntk"``, ``"yarn"``.
+    scale
+        The extension factor :math:`s`, ``> 0``.
+    base
+        The original RoPE base, ``> 1``.
+    train_length
+        The training length (only used, and required, by ``"yarn"``).
+    tau
+        YaRN's turn threshold, ``> 1``.
+    device, dtype
+        Where and in which floating dtype to create the result.
+
+    Returns
+    -------
+    ``torch.Tensor`` of shape ``(d // 2,)``.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    s = check_real(scale, "scale", gt=0.0)
+    if method == "ntk":
+        return rope_frequencies(d, base=ntk_base(d, scale=s, base=base), device=device, dtype=dtype)
+    theta = rope_frequencies(d, base=base, device=device, dtype=dtype)
+    if method == "none":
+        return theta
+    if method == "pi":
+        return theta / s
+    if train_length is None:
+        raise ValueError("train_length is required for method='yarn'")
+    gamma = yarn_ramp(d, train_length=train_length, base=base, tau=tau, device=device, dtype=dtype)
+    return (gamma + (1 - gamma) / s) * theta
+
+
+def yarn_logit_scale(scale: float) -> float:
+    r"""YaRN's attention-logit factor :math:`\lambda=(1+0.1\ln s)^2` (1 for :math:`s\le1`).
+
+    An empirical fit, not a derivation; :math:`\lambda\approx1+0.2\ln s` for small
+    :math:`\ln s`. Compare the entropy-invariant ``logn_scale``. Derived in P27.
+
+    Parameters
+    ----------
+    scale
+        The extension factor :math:`s = L_{test}/L_{train}`, ``> 0``.
+
+    Returns
+    -------
+    float
+        The factor multiplying the attention logits.
+    """
+    s = check_real(scale, "scale", gt=0.0)
+    return (1.0 + 0.1 * math.log(max(s, 1.0))) ** 2
+
+
+def logn_scale(n: torch.Tensor, *, train_length: float) -> torch.Tensor:
+    r"""The clipped entropy-invariant logit factor :math:`\lambda_n=\max(1,\log n/\log L_{train})`.
+
+    ``n`` is the number of keys the query at that position sees (its 1-based position in a
+    causal model). Since :math:`\log L_{test}/\log L_{train} = 1+\log(L_{test}/L_{train})/\log
+    L_{train}`, it has the form of YaRN's linearised factor with coefficient
+    :math:`1/\log L_{train}` instead of 0.2. Derived in P27 (from the entropy argument of P12).
+
+    Parameters
+    ----------
+    n
+        Tensor (integer or floating) of key counts, all ``>= 1``, any shape.
+    train_length
+        The training length, ``> 1``.
+
+    Returns
+    -------
+    ``torch.Tensor`` of ``n``'s shape, floating (float64 for integer input, float32 on MPS).
+    """
+    check_tensor(n, "n", floating=False)
+    length = check_real(train_length, "train_length", gt=1.0)
+    nn = n if n.is_floating_point() else n.to(_wide(n.device))
+    if nn.numel() and bool((nn < 1).any()):
+        raise ValueError("n must be >= 1 everywhere")
+    return (nn.log() / math.log(length)).clamp(min=1.0)
+
+
+def leaky_rerope_positions(
+    rel: torch.Tensor,
+    *,
+    window: float,
+    leak: float = math.inf,
+) -> torch.Tensor:
+    r"""Leaky ReRoPE's relative positions: keep the near, compress the far.
+
+    .. math::
+
+        \tilde r = \begin{cases} r & r < w\\ w + (r-w)/k & r\ge w\end{cases},
+
+    with window :math:`w` and leak :math:`k>1`; ``leak=inf`` is ReRoPE,
+    :math:`\tilde r=\min(r,w)`. Derived in P27 (ReRoPE: Su's post 9708).
+
+    Parameters
+    ----------
+    rel
+        Tensor of relative positions :math:`r = m - n` (query minus key), any shape.
+    window
+        The window :math:`w`, ``>= 0``.
+    leak
+        The compression factor :math:`k`, ``>= 1`` (``math.inf`` for ReRoPE).
+
+    Returns
+    -------
+    ``torch.Tensor`` of ``rel``'s shape, floating.
+    """
+    check_tensor(rel, "rel", floating=False)
+    w = check_real(window, "window", ge=0.0)
+    if isinstance(leak, bool) or not isinstance(leak, (int, float)) or math.isnan(leak) or leak < 1:
+        raise ValueError(f"leak must be a number >= 1 (or math.inf), got {leak!r}")
+    r = rel if rel.is_floating_point() else rel.to(_wide(rel.device))
+    far = torch.full_like(r, w) if math.isinf(leak) else w + (r - w) / leak
+    return torch.where(r < w, r, far)
+
+
+def _rotate_freq(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (..., d) to positions ``pos`` (broadcasting) with frequencies ``inv_freq``."""
+    angle = pos.to(inv_freq.dtype)[..., None] * inv_freq
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+def _qk_freq(q: torch.Tensor, k: torch.Tensor, inv_freq: torch.Tensor | None, base: float) -> torch.Tensor:
+    check_tensor(q, "q", min_ndim=2)
+    check_tensor(k, "k", min_ndim=2)
+    d = q.shape[-1]
+    if k.shape[-1] != d:
+        raise ValueError(f"q and k must have the same last dimension, got {d} and {k.shape[-1]}")
+    if d % 2:
+        raise ValueError(f"q: the last dimension must be even for RoPE, got {d}")
+    if inv_freq is None:
+        return rope_frequencies(d, base=base, device=q.device, dtype=_wide(q.device))
+    check_tensor(inv_freq, "inv_freq", ndim=1)
+    if inv_freq.shape[0] != d // 2:
+        raise ValueError(f"inv_freq must have length d // 2 = {d // 2}, got {inv_freq.shape[0]}")
+    return inv_freq.to(device=q.device, dtype=_wide(q.device))
+
+
+def rope_relative_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    rel: torch.Tensor,
+    *,
+    inv_freq: torch.Tensor | None = None,
+    base: float = 10000.0,
+) -> torch.Tensor:
+    r"""RoPE scores built directly from an arbitrary relative-position matrix (the oracle).
+
+    .. math::
+
+        s_{mn} = q_m^\top \mathcal R_{-\tilde r_{mn}} k_n ,
+
+    which for :math:`\tilde r_{mn}=m-n` is the ordinary :math:`(\mathcal R_m q_m)^\top(\mathcal R_n
+    k_n)`. Costs :math:`O(L_q L_k d)` memory: meant for checks and small sizes. No
+    :math:`1/\sqrt d`. Derived in P27.
+
+    Parameters
+    ----------
+    q
+        Floating tensor ``(..., Lq, d)``, ``d`` even.
+    k
+        Floating tensor ``(..., Lk, d)``.
+    rel
+        Relative positions ``(Lq, Lk)`` (integer or floating), query minus key.
+    inv_freq
+        Optional frequencies ``(d // 2,)`` (e.g. from ``scaled_rope_frequencies``); default
+        ``rope_frequencies(d, base=base)``.
+    base
+        The RoPE base when ``inv_freq`` is not given.
+
+    Returns
+    -------
+    ``torch.Tensor`` of shape ``(..., Lq, Lk)``.
+    """
+    theta = _qk_freq(q, k, inv_freq, base)
+    check_tensor(rel, "rel", ndim=2, floating=False)
+    if tuple(rel.shape) != (q.shape[-2], k.shape[-2]):
+        raise ValueError(f"rel must have shape (Lq, Lk) = {(q.shape[-2], k.shape[-2])}, got {tuple(rel.shape)}")
+    rk = _rotate_freq(k[..., None, :, :], -rel.to(q.device), theta)       # (..., Lq, Lk, d)
+    return (q[..., :, None, :] * rk).sum(-1)
+
+
+def leaky_rerope_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    window: float,
+    leak: float = math.inf,
+    inv_freq: torch.Tensor | None = None,
+    base: float = 10000.0,
+) -> torch.Tensor:
+    r"""Leaky ReRoPE / ReRoPE scores in the two-pass form (ordinary RoPE rotations only).
+
+    Pass 1 is plain RoPE, :math:`A^{(1)}_{mn}=(\mathcal R_m q_m)^\top(\mathcal R_n k_n)` with
+    relative position :math:`m-n`. Pass 2 rotates the query to :math:`m/k+w(1-1/k)` and the key
+    to :math:`n/k`, so its relative position is :math:`w+(m-n-w)/k`; for ReRoPE
+    (:math:`k=\infty`) the query sits at :math:`w` and the key at 0. The result is
+    ``where(m - n < w, A1, A2)``, which equals ``rope_relative_scores`` on the matrix of
+    ``leaky_rerope_positions``. Positions are ``0..L-1`` for both ``q`` and ``k``. Derived in
+    P27.
+
+    Parameters
+    ----------
+    q, k
+        Floating tensors ``(..., L, d)`` (same ``L``), ``d`` even.
+    window
+        The window :math:`w`, ``>= 0``.
+    leak
+        The compression factor :math:`k`, ``>= 1`` (``math.inf`` for ReRoPE).
+    inv_freq
+        Optional frequencies ``(d // 2,)``; default ``rope_frequencies(d, base=base)``.
+    base
+        The RoPE base when ``inv_freq`` is not given.
+
+    Returns
+    -------
+    ``torch.Tensor`` of shape ``(..., L, L)``.
+    """
+    theta = _qk_freq(q, k, inv_freq, base)
+    w = check_real(window, "window", ge=0.0)
+    if isinstance(leak, bool) or not isinstance(leak, (int, float)) or math.isnan(leak) or leak < 1:
+        raise ValueError(f"leak must be a number >= 1 (or math.inf), got {leak!r}")
+    n = q.shape[-2]
+    if k.shape[-2] != n:
+        raise ValueError(f"q and k must have the same length, got {n} and {k.shape[-2]}")
+    pos = torch.arange(n, device=q.device, dtype=theta.dtype)
+    a1 = _rotate_freq(q, pos, theta) @ _rotate_freq(k, pos, theta).transpose(-1, -2)
+    if math.isinf(leak):
+        q_pos, k_pos = torch.full_like(pos, w), torch.zeros_like(pos)
+    else:
+        q_pos, k_pos = pos / leak + w * (1 - 1 / leak), pos / leak
+    a2 = _rotate_freq(q, q_pos, theta) @ _rotate_freq(k, k_pos, theta).transpose(-1, -2)
+    near = (pos[:, None] - pos[None, :]) < w
+    return torch.where(near, a1, a2)

@@ -248,3 +248,173 @@ def test_p35_validation_errors():
         rope_distance_profile(torch.arange(3), 8, weights=torch.ones(3))
     with pytest.raises(ValueError, match="weights"):
         rope_distance_profile(torch.arange(3), 8, weights=torch.ones(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# P27: length extrapolation (turns, PI, NTK, YaRN, logit scales, Leaky ReRoPE / ReRoPE)
+# ---------------------------------------------------------------------------------------------
+from kexue_lib.positions import (  # noqa: E402
+    leaky_rerope_positions,
+    leaky_rerope_scores,
+    logn_scale,
+    ntk_base,
+    rope_relative_scores,
+    rope_turns,
+    scaled_rope_frequencies,
+    yarn_logit_scale,
+    yarn_ramp,
+)
+
+
+def test_turn_counts_and_yarn_ramp_post_numbers():
+    ref = [4096 * 10000.0 ** (-2 * i / 128) / (2 * math.pi) for i in range(64)]
+    r = rope_turns(128, train_length=4096)
+    torch.testing.assert_close(r, torch.tensor(ref, dtype=F64), rtol=1e-14, atol=0)
+    assert int((r < 1).sum()) == 18 and int((r > 32).sum()) == 21
+    g = yarn_ramp(128, train_length=4096, tau=32.0)
+    ref_g = [min(1.0, max(0.0, (x - 1) / 31)) for x in ref]
+    torch.testing.assert_close(g, torch.tensor(ref_g, dtype=F64), rtol=1e-14, atol=0)
+    assert g.dtype == F64 and yarn_ramp(8, train_length=64, dtype=torch.float32).dtype == torch.float32
+
+
+@pytest.mark.parametrize("d", [4, 64, 128])
+@pytest.mark.parametrize("s", [1.0, 2.0, 8.0, 3.7])
+def test_ntk_interpolates_lowest_frequency_exactly(d, s):
+    new = scaled_rope_frequencies(d, method="ntk", scale=s)
+    old = rope_frequencies(d)
+    assert abs(float(new[-1] / old[-1]) - 1 / s) < 1e-13
+    assert float(new[0]) == 1.0
+    assert abs(ntk_base(d, scale=s, base=500.0) - 500.0 * s ** (d / (d - 2))) < 1e-9 * 500 * s ** 2
+
+
+def test_ntk_kappa_post_value():
+    assert abs(ntk_base(128, scale=8) / 10000 - 8.2685) < 1e-4
+
+
+def test_scaled_frequencies_none_pi_yarn():
+    th = rope_frequencies(64)
+    torch.testing.assert_close(scaled_rope_frequencies(64, method="none", scale=5.0), th, rtol=0, atol=0)
+    torch.testing.assert_close(scaled_rope_frequencies(64, method="pi", scale=5.0), th / 5, rtol=1e-15, atol=0)
+    y = scaled_rope_frequencies(64, method="yarn", scale=5.0, train_length=1024, tau=16.0)
+    turns = [1024 * float(t) / (2 * math.pi) for t in th]
+    for i, t in enumerate(turns):
+        ref = float(th[i]) if t > 16 else float(th[i]) / 5 if t < 1 else ((t - 1) / 15 + (1 - (t - 1) / 15) / 5) * float(th[i])
+        assert abs(float(y[i]) - ref) < 1e-14
+    # s = 1 changes nothing for any method
+    for m in ("pi", "ntk", "yarn"):
+        torch.testing.assert_close(scaled_rope_frequencies(64, method=m, scale=1.0, train_length=1024), th, rtol=1e-14, atol=0)
+
+
+def test_logit_scales():
+    assert abs(yarn_logit_scale(8) - 1.4591) < 5e-5
+    assert yarn_logit_scale(0.5) == 1.0 == yarn_logit_scale(1)
+    n = torch.tensor([1, 5, 2048, 4096, 16384])
+    ref = torch.tensor([max(1.0, math.log(v) / math.log(2048)) for v in n.tolist()], dtype=F64)
+    torch.testing.assert_close(logn_scale(n, train_length=2048), ref, rtol=1e-15, atol=0)
+    assert logn_scale(torch.tensor([3.0]), train_length=2).dtype == torch.float32
+
+
+def test_leaky_rerope_positions_formula():
+    r = torch.arange(-3, 30)
+    out = leaky_rerope_positions(r, window=8, leak=4)
+    ref = torch.tensor([x if x < 8 else 8 + (x - 8) / 4 for x in r.tolist()], dtype=F64)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    rr = leaky_rerope_positions(r.double(), window=8)
+    torch.testing.assert_close(rr, r.double().clamp(max=8), rtol=0, atol=0)
+    # leak 1 is plain RoPE
+    torch.testing.assert_close(leaky_rerope_positions(r, window=8, leak=1), r.double(), rtol=0, atol=0)
+
+
+def test_relative_scores_brute_force_and_plain_rope():
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(5, 8, generator=g, dtype=F64), torch.randn(7, 8, generator=g, dtype=F64)
+    rel = torch.randn(5, 7, generator=g, dtype=F64) * 10
+    out = rope_relative_scores(q, k, rel, base=100.0)
+    ref = torch.tensor([[float(q[m] @ _rotation_matrix(-float(rel[m, n]), 8, 100.0) @ k[n]) for n in range(7)]
+                        for m in range(5)], dtype=F64)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    p = torch.arange(5)
+    plain = rope_relative_scores(q, k[:5], p[:, None] - p[None, :])
+    torch.testing.assert_close(plain, apply_rope(q) @ apply_rope(k[:5]).T, rtol=0, atol=1e-12)
+    # custom frequencies: equals scaling positions for PI
+    th = scaled_rope_frequencies(8, method="pi", scale=4.0)
+    rel2 = (p[:, None] - p[None, :]).double()
+    torch.testing.assert_close(rope_relative_scores(q, k[:5], rel2, inv_freq=th),
+                               rope_relative_scores(q, k[:5], rel2 / 4), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), half=st.integers(1, 8), n=st.integers(1, 30),
+       window=st.integers(0, 12), leak=st.sampled_from([1.0, 2.0, 4.0, 7.5, math.inf]))
+def test_two_pass_equals_direct(seed, half, n, window, leak):
+    g = torch.Generator().manual_seed(seed)
+    d = 2 * half
+    q, k = torch.randn(2, n, d, generator=g, dtype=F64), torch.randn(2, n, d, generator=g, dtype=F64)
+    p = torch.arange(n)
+    rel = leaky_rerope_positions(p[:, None] - p[None, :], window=window, leak=leak)
+    torch.testing.assert_close(leaky_rerope_scores(q, k, window=window, leak=leak),
+                               rope_relative_scores(q, k, rel), rtol=0, atol=1e-10)
+
+
+def test_two_pass_custom_frequencies_and_float32():
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
+    th = scaled_rope_frequencies(8, method="ntk", scale=3.0)
+    out = leaky_rerope_scores(q, k, window=4, leak=3.0, inv_freq=th)
+    assert out.dtype == torch.float32 and out.shape == (12, 12)
+    p = torch.arange(12)
+    ref = rope_relative_scores(q.double(), k.double(), leaky_rerope_positions(p[:, None] - p[None, :], window=4, leak=3.0),
+                               inv_freq=th)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-4)
+
+
+def test_p27_validation_errors():
+    x = torch.randn(4, 6)
+    with pytest.raises(ValueError, match="train_length"):
+        rope_turns(8, train_length=0)
+    with pytest.raises(ValueError, match="scale"):
+        ntk_base(8, scale=-1.0)
+    with pytest.raises(ValueError, match="d"):
+        ntk_base(2, scale=2.0)
+    with pytest.raises(ValueError, match="even"):
+        ntk_base(7, scale=2.0)
+    with pytest.raises(ValueError, match="tau"):
+        yarn_ramp(8, train_length=10, tau=1.0)
+    with pytest.raises(ValueError, match="method"):
+        scaled_rope_frequencies(8, method="abf", scale=2.0)
+    with pytest.raises(ValueError, match="train_length"):
+        scaled_rope_frequencies(8, method="yarn", scale=2.0)
+    with pytest.raises(ValueError, match="scale"):
+        yarn_logit_scale(0.0)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        logn_scale(torch.tensor([0, 3]), train_length=10)
+    with pytest.raises(ValueError, match="train_length"):
+        logn_scale(torch.tensor([3]), train_length=1)
+    with pytest.raises(TypeError, match="rel"):
+        leaky_rerope_positions([1, 2], window=2)
+    with pytest.raises(ValueError, match="window"):
+        leaky_rerope_positions(torch.arange(3), window=-1)
+    with pytest.raises(ValueError, match="leak"):
+        leaky_rerope_positions(torch.arange(3), window=1, leak=0.5)
+    with pytest.raises(ValueError, match="leak"):
+        leaky_rerope_scores(x, x, window=1, leak=float("nan"))
+    with pytest.raises(ValueError, match="same last dimension"):
+        leaky_rerope_scores(x, torch.randn(4, 8), window=1)
+    with pytest.raises(ValueError, match="even"):
+        leaky_rerope_scores(torch.randn(4, 5), torch.randn(4, 5), window=1)
+    with pytest.raises(ValueError, match="same length"):
+        leaky_rerope_scores(x, torch.randn(5, 6), window=1)
+    with pytest.raises(ValueError, match="inv_freq"):
+        leaky_rerope_scores(x, x, window=1, inv_freq=torch.ones(4))
+    with pytest.raises(ValueError, match="rel"):
+        rope_relative_scores(x, x, torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="q"):
+        rope_relative_scores(torch.randn(6), torch.randn(6), torch.zeros(1, 1))
+
+
+def test_rerope_two_pass_fixed_case():
+    g = torch.Generator().manual_seed(5)
+    q, k = torch.randn(40, 16, generator=g, dtype=F64), torch.randn(40, 16, generator=g, dtype=F64)
+    p = torch.arange(40)
+    rel = (p[:, None] - p[None, :]).clamp(max=8)
+    torch.testing.assert_close(leaky_rerope_scores(q, k, window=8), rope_relative_scores(q, k, rel), rtol=0, atol=1e-12)
