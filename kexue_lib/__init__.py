@@ -36,7 +36,7 @@ Part 3, attention and sequence models:
 - :mod:`kexue_lib.linalg`          effective and numerical rank, triangular log-determinants (P04)
 - :mod:`kexue_lib.attention_scale` attention scale that maximises the gradient (P12)
 - :mod:`kexue_lib.gau`             gated attention unit, softmax-plus, parameter and MAC counts (P17)
-- :mod:`kexue_lib.positions`       RoPE, relative rotation, biased-score decomposition (P17, P35)
+- :mod:`kexue_lib.positions`       RoPE, its scalings (PI, NTK, YaRN, log n, ReRoPE), biased scores (P17, P27, P35)
 - :mod:`kexue_lib.recurrent`       linear scans (sequential and parallel), LRU/SLRU, RWKV forms (P23)
 - :mod:`kexue_lib.concentration`   how concentrated attention rows can be (P25)
 - :mod:`kexue_lib.online_attention` causal attention as a recurrence: online softmax, RNN views (P30)
@@ -45,13 +45,17 @@ Part 4, positions, tokens and quantisation:
 
 - :mod:`kexue_lib.quantize`        vector quantisation: straight-through and rotation-trick estimators, VQ layer, k-means (P13)
 - :mod:`kexue_lib.tokenize`        lattice tokenization: Viterbi, log Z, perfect and reservoir subword sampling (P24)
+- :mod:`kexue_lib.patches`         patchify/unpatchify, lossless bits per token, VQ distortion on patches (P28)
+- :mod:`kexue_lib.beta_base`       beta-base view of RoPE: mixed-radix digits, NTK-old/fixed/mixed scale factors (P34)
 
 Part 5, generative models:
 
 - :mod:`kexue_lib.scores`          Gaussian-mixture scores, (conditional) score matching, 1-D flows and W distances (P05, P32)
+- :mod:`kexue_lib.gan`             GAN losses from the likelihood-ratio construction, optimal discriminators, f-divergences (P16)
 - :mod:`kexue_lib.diffusion`       schedules (both conventions), forward process, DDPM/DDIM samplers, exact mixture denoisers (P19, P20)
 - :mod:`kexue_lib.analytic_variance` optimal reverse variance (Analytic-DPM and Su's forms), clipping, corrected sampler (P21)
 - :mod:`kexue_lib.rectified_flow`  rectified flow: exact mixture velocity, fixed-step samplers with NFE counts, straightness, reflow (P33)
+- :mod:`kexue_lib.gan_flow`        GAN generator steps as a Wasserstein gradient flow: -D and regression losses, toy loop (P36)
 """
 from .device import get_device, generator, rand, randn, seed_everything
 from .plotting import use_style
