@@ -41,6 +41,19 @@ def _check_pair(x: object, y: object, dim: object) -> int:
     return d
 
 
+def _check_parts(xs: object, ys: object, part: str, kind: str, ndim: int | None) -> tuple[list, list]:
+    """Validate two equally long, non-empty sequences of tensors (blocks or groups)."""
+    if isinstance(xs, torch.Tensor) or isinstance(ys, torch.Tensor):
+        raise TypeError(f"xs and ys must be sequences of {kind} (one per {part}), not a single tensor")
+    xs, ys = list(xs), list(ys)
+    if len(xs) == 0 or len(xs) != len(ys):
+        raise ValueError(f"xs and ys must hold the same, non-zero number of {part}s, got {len(xs)} and {len(ys)}")
+    for k, (xk, yk) in enumerate(zip(xs, ys)):
+        check_tensor(xk, f"xs[{k}]", ndim=ndim)
+        check_tensor(yk, f"ys[{k}]", ndim=ndim)
+    return xs, ys
+
+
 def cosine(x: torch.Tensor, y: torch.Tensor, *, dim: int = -1, eps: float = 0.0) -> torch.Tensor:
     """Cosine similarity ``<x, y> / (||x|| ||y|| + eps)`` along ``dim`` (Derived in P26).
 
@@ -80,14 +93,8 @@ def blockwise_cosine(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> 
     ``weight = 0`` (it adds nothing to ``<x, y>``), so the identity still holds. Raises
     ``ValueError`` if every block has a zero side (then the global cosine is undefined).
     """
-    if isinstance(xs, torch.Tensor) or isinstance(ys, torch.Tensor):
-        raise TypeError("xs and ys must be sequences of tensors (one per block), not a single tensor")
-    xs, ys = list(xs), list(ys)
-    if len(xs) == 0 or len(xs) != len(ys):
-        raise ValueError(f"xs and ys must hold the same, non-zero number of blocks, got {len(xs)} and {len(ys)}")
+    xs, ys = _check_parts(xs, ys, "block", "tensors", None)
     for k, (xk, yk) in enumerate(zip(xs, ys)):
-        check_tensor(xk, f"xs[{k}]")
-        check_tensor(yk, f"ys[{k}]")
         if xk.shape != yk.shape:
             raise ValueError(f"xs[{k}] and ys[{k}] must have the same shape, got {tuple(xk.shape)} and {tuple(yk.shape)}")
         if xk.numel() == 0:
@@ -134,14 +141,8 @@ def group_cross_products(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor])
     Returns ``(within, between)`` as 0-dim tensors. Simpson's paradox is a ``between`` term of
     the opposite sign that outweighs ``within``.
     """
-    if isinstance(xs, torch.Tensor) or isinstance(ys, torch.Tensor):
-        raise TypeError("xs and ys must be sequences of 1-D tensors (one per group), not a single tensor")
-    xs, ys = list(xs), list(ys)
-    if len(xs) == 0 or len(xs) != len(ys):
-        raise ValueError(f"xs and ys must hold the same, non-zero number of groups, got {len(xs)} and {len(ys)}")
+    xs, ys = _check_parts(xs, ys, "group", "1-D tensors", 1)
     for g, (xg, yg) in enumerate(zip(xs, ys)):
-        check_tensor(xg, f"xs[{g}]", ndim=1)
-        check_tensor(yg, f"ys[{g}]", ndim=1)
         if xg.shape != yg.shape or xg.numel() == 0:
             raise ValueError(f"xs[{g}] and ys[{g}] must be non-empty with equal lengths, got {xg.numel()} and {yg.numel()}")
     xbar, ybar = torch.cat(xs).mean(), torch.cat(ys).mean()
